@@ -1,0 +1,131 @@
+"""Inference engines: run the network on batches of uint8 RGB frames.
+
+An engine turns ``(N, H, W, 3)`` uint8 RGB arrays into derained arrays of the same shape.
+``infer`` is synchronous; ``stream`` takes ``(batch, tag)`` pairs and yields
+``(derained, tag)`` in order, which lets an engine keep several batches in flight (the CUDA
+engine overlaps copies and compute this way). Large frames can be processed in overlapping
+tiles (``tile``/``tile_overlap``) that are blended back with feathered weights.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterable, Iterator, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from model import Derainer, IterativeDerainNet
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was requested but no CUDA device is available")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """``auto`` -> fp16 on CUDA, fp32 on CPU. fp16 on CPU is refused (slow and inaccurate)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("fp16 is not supported on CPU; use fp32 or bf16")
+    return _DTYPES[precision]
+
+
+def feather_window(size_h: int, size_w: int, overlap: int) -> torch.Tensor:
+    """Blending weights for one tile: 1 inside, linear ramps over ``overlap`` pixels at edges."""
+    def ramp(n: int) -> torch.Tensor:
+        w = torch.ones(n)
+        k = min(overlap, n // 2)
+        if k > 0:
+            r = (torch.arange(k, dtype=torch.float32) + 1) / (k + 1)
+            w[:k] = r
+            w[n - k:] = r.flip(0)
+        return w
+    return ramp(size_h)[:, None] * ramp(size_w)[None, :]
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of ``tile`` pixels covering ``length`` with at least ``overlap``."""
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride)) + [length - tile]
+    return sorted(set(starts))
+
+
+class Engine:
+    """Eager PyTorch engine (works on any device). Backends subclass it and replace ``run``."""
+
+    name = "eager"
+
+    def __init__(self, net: IterativeDerainNet, device: "str | torch.device" = "cpu",
+                 precision: str = "auto", tile: int | None = None, tile_overlap: int = 32,
+                 channels_last: bool = True) -> None:
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.dtype = resolve_precision(precision, self.device)
+        if tile is not None and tile <= 2 * tile_overlap:
+            raise ValueError(f"--tile ({tile}) must be larger than twice --tile-overlap ({tile_overlap})")
+        self.tile = tile
+        self.tile_overlap = tile_overlap
+        self.channels_last = channels_last
+        self.module: nn.Module = Derainer(net).eval().to(self.device, self.dtype)
+        if channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
+        self.config = net.config
+
+    # -- tensor level ------------------------------------------------------------------
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        """Network on a float ``(N, 3, H, W)`` tensor on ``self.device`` in ``self.dtype``."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.module(x)
+
+    def run_tiled(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tile is None or (x.shape[-2] <= self.tile and x.shape[-1] <= self.tile):
+            return self.run(x)
+        n, c, h, w = x.shape
+        th, tw = min(self.tile, h), min(self.tile, w)
+        out = torch.zeros(n, c, h, w, dtype=torch.float32, device=x.device)
+        weight = torch.zeros(1, 1, h, w, dtype=torch.float32, device=x.device)
+        window = feather_window(th, tw, self.tile_overlap).to(x.device)
+        for y0 in tile_starts(h, th, self.tile_overlap):
+            for x0 in tile_starts(w, tw, self.tile_overlap):
+                piece = self.run(x[..., y0:y0 + th, x0:x0 + tw]).float()
+                out[..., y0:y0 + th, x0:x0 + tw] += piece * window
+                weight[..., y0:y0 + th, x0:x0 + tw] += window
+        return (out / weight).to(x.dtype)
+
+    # -- frame level -------------------------------------------------------------------
+    @torch.inference_mode()
+    def infer(self, frames: np.ndarray) -> np.ndarray:
+        """``(N, H, W, 3)`` uint8 RGB -> derained ``(N, H, W, 3)`` uint8 RGB."""
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"expected (N, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
+        x = torch.from_numpy(frames).to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
+        y = self.run_tiled(x)
+        y = y.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        return y.contiguous().cpu().numpy()
+
+    def stream(self, items: Iterable[tuple[np.ndarray, T]]) -> Iterator[tuple[np.ndarray, T]]:
+        """Derain each ``(batch, tag)`` in order. The eager engine has one batch in flight."""
+        for batch, tag in items:
+            yield self.infer(batch), tag
+
+    def describe(self) -> str:
+        tiles = f", tiles {self.tile}px/{self.tile_overlap}px overlap" if self.tile else ""
+        return f"{self.name} on {self.device} ({str(self.dtype).replace('torch.', '')}{tiles})"
