@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -63,6 +62,9 @@ def atomic_save(obj: Any, path: "str | os.PathLike[str]") -> Path:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give it a normal file's mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -89,7 +91,7 @@ def read_checkpoint(path: "str | os.PathLike[str]", map_location: str | torch.de
                 f"refusing to load {path}: it contains Python objects other than tensors "
                 "(possibly malicious); only derain-video checkpoints are accepted") from None
         raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to unpickle means a damaged file
         raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated: "
                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:

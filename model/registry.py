@@ -1,7 +1,7 @@
 """``load()``: the one way to get a ready network from a preset name or a checkpoint path.
 
-Shipped weights live in ``model/weights/<preset>.pt`` (package data). ``load("video")``
-returns the shipped ``video`` network; ``load("path/to/file.pt")`` a trained checkpoint;
+Shipped weights live in ``model/weights/<preset>.pt`` (package data). ``load("tiny")``
+returns the shipped ``tiny`` network; ``load("path/to/file.pt")`` a trained checkpoint;
 ``load()`` the default model. ``build()`` makes an untrained network for training.
 """
 from __future__ import annotations
@@ -15,7 +15,8 @@ from .config import PRESETS, DerainConfig, resolve_config
 from .network import IterativeDerainNet
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
-DEFAULT_MODEL = "video"
+#: The shipped default, chosen by measurement (see model/weights/MODEL_CARD.md).
+DEFAULT_MODEL = "tiny"
 
 
 def shipped_weights(preset: str) -> Path:

@@ -8,6 +8,7 @@ tiles (``tile``/``tile_overlap``) that are blended back with feathered weights.
 """
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Iterable, Iterator, TypeVar
 
@@ -82,7 +83,8 @@ class Engine:
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.channels_last = channels_last
-        self.module: nn.Module = Derainer(net).eval().to(self.device, self.dtype)
+        # A copy: moving/casting in place would change the caller's network (and other engines').
+        self.module: nn.Module = Derainer(copy.deepcopy(net)).eval().to(self.device, self.dtype)
         if channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
         self.config = net.config
@@ -115,11 +117,19 @@ class Engine:
         """``(N, H, W, 3)`` uint8 RGB -> derained ``(N, H, W, 3)`` uint8 RGB."""
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"expected (N, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
-        x = torch.from_numpy(frames).to(self.device, non_blocking=True)
-        x = x.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
-        y = self.run_tiled(x)
-        y = y.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        x = self.preprocess(torch.from_numpy(frames).to(self.device, non_blocking=True))
+        y = self.postprocess(self.run_tiled(x))
         return y.contiguous().cpu().numpy()
+
+    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(N, H, W, 3)`` uint8 tensor on ``self.device`` -> ``(N, 3, H, W)`` in ``self.dtype``,
+        scaled to [0, 1]; a new tensor, so ``frames`` may be overwritten once this work has run."""
+        return frames.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
+
+    def postprocess(self, y: torch.Tensor) -> torch.Tensor:
+        """Network output ``(N, 3, H, W)`` -> ``(N, H, W, 3)`` uint8 on the same device
+        (rounded, clamped; a strided view, not necessarily contiguous)."""
+        return y.float().mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
     def stream(self, items: Iterable[tuple[np.ndarray, T]]) -> Iterator[tuple[np.ndarray, T]]:
         """Derain each ``(batch, tag)`` in order. The eager engine has one batch in flight."""

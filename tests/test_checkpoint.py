@@ -67,6 +67,13 @@ def test_corrupt_checkpoint(tmp_path):
         model.load(bad)
 
 
+def test_text_file_is_not_a_checkpoint(tmp_path):
+    bad = tmp_path / "notes.pt"
+    bad.write_text("these are not weights\n")
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        model.load(bad)
+
+
 class _Evil:
     def __reduce__(self):
         return (os.system, ("echo pwned > /tmp/derain-pwned",))
