@@ -459,18 +459,19 @@ def _worker_init(_: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     cv2.setNumThreads(1)
-    # No torch.set_num_threads() here: after fork() it can deadlock on the OpenMP pool the
-    # parent already started (seen in the full test suite). Workers only slice numpy arrays.
+    torch.set_num_threads(1)
 
 
 def make_loader(source: PatchSource, sampler: StepBatchSampler, workers: int = 0,
                 pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """A ``DataLoader`` over the patch stream (fork workers share the decoded images)."""
-    import multiprocessing as mp
+    """A ``DataLoader`` over the patch stream.
 
+    Workers are spawned, not forked: a process forked after OpenCV's or OpenMP's thread pools
+    have started can deadlock in them (seen in the full test suite), so each worker starts
+    fresh and receives the decoded images once, pickled.
+    """
     kwargs: dict = {}
     if workers > 0:
-        kwargs = dict(num_workers=workers, worker_init_fn=_worker_init, prefetch_factor=4, persistent_workers=False)
-        if "fork" in mp.get_all_start_methods():
-            kwargs["multiprocessing_context"] = "fork"
+        kwargs = dict(num_workers=workers, worker_init_fn=_worker_init, prefetch_factor=4, persistent_workers=False,
+                      multiprocessing_context="spawn")
     return torch.utils.data.DataLoader(PatchDataset(source), batch_sampler=sampler, pin_memory=pin_memory, **kwargs)
