@@ -15,6 +15,7 @@ from .layers import ConvD, ResidualBlock, SqueezeExcitation
 from .network import Derainer, IterativeDerainNet, Stage
 from .registry import DEFAULT_MODEL, available_models, build, load, shipped_weights
 from .stats import count_parameters, macs_per_pixel
+from .tiling import tiled
 from .wavelet import (DecimatedHaar, InverseDecimatedHaar, InverseStationaryHaar, StationaryHaar,
                       make_wavelet_pair)
 
@@ -27,5 +28,5 @@ __all__ = [
     "SqueezeExcitation", "Derainer", "IterativeDerainNet", "Stage", "DEFAULT_MODEL",
     "available_models", "build", "load", "shipped_weights", "count_parameters", "macs_per_pixel",
     "DecimatedHaar", "InverseDecimatedHaar", "InverseStationaryHaar", "StationaryHaar",
-    "make_wavelet_pair", "__version__",
+    "make_wavelet_pair", "tiled", "__version__",
 ]

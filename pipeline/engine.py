@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from model import Derainer, IterativeDerainNet
+from model.tiling import tiled
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,28 +45,6 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("fp16 is not supported on CPU; use fp32 or bf16")
     return _DTYPES[precision]
-
-
-def feather_window(size_h: int, size_w: int, overlap: int) -> torch.Tensor:
-    """Blending weights for one tile: 1 inside, linear ramps over ``overlap`` pixels at edges."""
-    def ramp(n: int) -> torch.Tensor:
-        w = torch.ones(n)
-        k = min(overlap, n // 2)
-        if k > 0:
-            r = (torch.arange(k, dtype=torch.float32) + 1) / (k + 1)
-            w[:k] = r
-            w[n - k:] = r.flip(0)
-        return w
-    return ramp(size_h)[:, None] * ramp(size_w)[None, :]
-
-
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of ``tile`` pixels covering ``length`` with at least ``overlap``."""
-    if length <= tile:
-        return [0]
-    stride = tile - overlap
-    starts = list(range(0, length - tile, stride)) + [length - tile]
-    return sorted(set(starts))
 
 
 class Engine:
@@ -97,19 +76,8 @@ class Engine:
         return self.module(x)
 
     def run_tiled(self, x: torch.Tensor) -> torch.Tensor:
-        if self.tile is None or (x.shape[-2] <= self.tile and x.shape[-1] <= self.tile):
-            return self.run(x)
-        n, c, h, w = x.shape
-        th, tw = min(self.tile, h), min(self.tile, w)
-        out = torch.zeros(n, c, h, w, dtype=torch.float32, device=x.device)
-        weight = torch.zeros(1, 1, h, w, dtype=torch.float32, device=x.device)
-        window = feather_window(th, tw, self.tile_overlap).to(x.device)
-        for y0 in tile_starts(h, th, self.tile_overlap):
-            for x0 in tile_starts(w, tw, self.tile_overlap):
-                piece = self.run(x[..., y0:y0 + th, x0:x0 + tw]).float()
-                out[..., y0:y0 + th, x0:x0 + tw] += piece * window
-                weight[..., y0:y0 + th, x0:x0 + tw] += window
-        return (out / weight).to(x.dtype)
+        """:meth:`run`, on overlapping tiles when ``tile`` is set (see :mod:`model.tiling`)."""
+        return tiled(self.run, x, self.tile, self.tile_overlap)
 
     # -- frame level -------------------------------------------------------------------
     @torch.inference_mode()

@@ -16,7 +16,7 @@ from train import evaluate
 from train.datasets import load_paired_set
 from train.images import read_rgb
 from train.metrics import score_pair
-from train.scoring import _tiled
+from model.tiling import tiled as _tiled
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = model.DerainConfig(features=8, stages=2, blocks=1, steps=1, wavelet="decimated", fusion_reduction=4,

@@ -15,6 +15,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from model.tiling import tiled
+
 from .datasets import Pair, PairedSet
 from .images import DataError, read_rgb, write_rgb
 from .metrics import score_pair, to_uint8
@@ -31,39 +33,6 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _ramp(n: int, overlap: int) -> torch.Tensor:
-    w = torch.ones(n)
-    if overlap > 0 and n > 2 * overlap:
-        r = (torch.arange(overlap, dtype=torch.float32) + 1) / (overlap + 1)
-        w[:overlap] = r
-        w[-overlap:] = r.flip(0)
-    return w
-
-
-def _tiled(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
-    """Run ``net`` on overlapping ``tile x tile`` windows of ``x`` and blend them with linear ramps."""
-    _, _, h, w = x.shape
-    if h <= tile and w <= tile:
-        return net(x)
-    step = max(1, tile - overlap)
-    ys = list(range(0, max(1, h - tile) + 1, step))
-    xs = list(range(0, max(1, w - tile) + 1, step))
-    if ys[-1] + tile < h:
-        ys.append(h - tile)
-    if xs[-1] + tile < w:
-        xs.append(w - tile)
-    out = torch.zeros(x.shape[0], 3, h, w, dtype=torch.float32, device=x.device)
-    weight = torch.zeros(1, 1, h, w, dtype=torch.float32, device=x.device)
-    for y0 in ys:
-        for x0 in xs:
-            th, tw = min(tile, h - y0), min(tile, w - x0)
-            patch = net(x[..., y0:y0 + th, x0:x0 + tw]).float()
-            wt = (_ramp(th, overlap)[:, None] * _ramp(tw, overlap)[None, :]).to(x.device)
-            out[..., y0:y0 + th, x0:x0 + tw] += patch * wt
-            weight[..., y0:y0 + th, x0:x0 + tw] += wt
-    return out / weight
-
-
 def network_fn(net: torch.nn.Module, device: torch.device, amp: str = "none", channels_last: bool = False,
                tile: int = 0, tile_overlap: int = 32) -> DerainFn:
     """A :data:`DerainFn` running ``net`` (inputs/outputs RGB in [0, 1]) on ``device``."""
@@ -73,7 +42,7 @@ def network_fn(net: torch.nn.Module, device: torch.device, amp: str = "none", ch
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), autocast(device, amp):
-            y = _tiled(net, x, tile, tile_overlap) if tile else net(x)
+            y = tiled(net, x, tile, tile_overlap)
         return to_uint8(y[0])
 
     return run
